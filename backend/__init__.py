@@ -1,0 +1,1 @@
+"""ElectroCloud backend: MQTT ingestion into a time-series store."""

@@ -1,0 +1,1 @@
+"""ElectroCloud billing: tariffs, determinants and invoices."""

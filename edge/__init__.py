@@ -1,0 +1,1 @@
+"""ElectroCloud edge agent: polls meters over Modbus, publishes readings over MQTT."""

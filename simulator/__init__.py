@@ -1,0 +1,1 @@
+"""ElectroCloud meter simulator: realistic virtual meters served over real Modbus TCP."""

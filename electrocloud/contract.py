@@ -69,7 +69,9 @@ class Reason(StrEnum):
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
     SEQUENCE_NOT_INCREASING = "sequence_not_increasing"
     INVALID_FIELD = "invalid_field"
-    TOPIC_MISMATCH = "topic_mismatch"
+    TOPIC_MISMATCH = "topic_mismatch"  # topic ids differ from the payload's
+    WRONG_GATEWAY = "wrong_gateway"  # the meter registry pins this meter to another gateway
+    UNKNOWN_METER = "unknown_meter"  # strict registry: meter not registered
 
 
 class Flag(StrEnum):

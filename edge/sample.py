@@ -33,7 +33,9 @@ class MeterSample:
         scalars = {name: self.values[name] for name in SCALAR_FIELDS if name in self.values}
         phases: dict[str, PhaseValues] = {}
         for name in PHASE_FIELDS:
-            per_phase = {p: self.values[f"{name}.{p}"] for p in PHASES if f"{name}.{p}" in self.values}
+            per_phase = {
+                p: self.values[f"{name}.{p}"] for p in PHASES if f"{name}.{p}" in self.values
+            }
             if per_phase:
                 phases[name] = PhaseValues(**per_phase)
         return Reading(

@@ -63,7 +63,9 @@ def read_yaml_with_lines(text: str, source: str) -> tuple[Any, LineMap]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ConfigError(source, [ConfigProblem(where, "(file)", f"not valid YAML: {exc}")]) from None
+        raise ConfigError(
+            source, [ConfigProblem(where, "(file)", f"not valid YAML: {exc}")]
+        ) from None
     finally:
         loader.dispose()
     return data, lines
@@ -169,7 +171,7 @@ def validation_problems(
 
 
 def _env_overrides(prefix: str, environ: Mapping[str, str]) -> dict[Loc, str]:
-    """Which config locations environment variables set: ``{("mqtt", "url"): "PREFIX_MQTT__URL"}``."""
+    """Config locations set by environment: ``{("mqtt", "url"): "PREFIX_MQTT__URL"}``."""
     found: dict[Loc, str] = {}
     for name in environ:
         if prefix and name.upper().startswith(prefix.upper()):
@@ -190,12 +192,17 @@ def load_settings(cls: type[S], path: str | Path | None) -> S:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(source, [ConfigProblem(source, "(file)", f"cannot read: {exc.strerror}")]) from None
+            raise ConfigError(
+                source, [ConfigProblem(source, "(file)", f"cannot read: {exc.strerror}")]
+            ) from None
         data, lines = read_yaml_with_lines(text, source)
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ConfigError(source, [ConfigProblem(f"{source}:1", "(top level)", "must be a mapping of settings")])
+            raise ConfigError(
+                source,
+                [ConfigProblem(f"{source}:1", "(top level)", "must be a mapping of settings")],
+            )
     prefix = str(cls.model_config.get("env_prefix") or "")
     try:
         return cls(**data)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import time
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -93,7 +93,8 @@ def _fail(reason: Reason, message: str) -> PydanticCustomError:
     return PydanticCustomError(reason.value, message)
 
 
-DeviceId = Annotated[str, Field(min_length=1, max_length=64)]
+#: Checked against ID_PATTERN by validators so every bad id reports ``invalid_id``.
+DeviceId = str
 
 
 class _Frozen(BaseModel):
@@ -201,7 +202,8 @@ def check_id(value: str, what: str = "id") -> str:
 
 
 def readings_topic(gateway_id: str, meter_id: str) -> str:
-    return f"{TOPIC_ROOT}/{check_id(gateway_id, 'gateway_id')}/{check_id(meter_id, 'meter_id')}/readings"
+    gateway = check_id(gateway_id, "gateway_id")
+    return f"{TOPIC_ROOT}/{gateway}/{check_id(meter_id, 'meter_id')}/readings"
 
 
 def status_topic(gateway_id: str) -> str:

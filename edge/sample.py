@@ -30,19 +30,21 @@ class MeterSample:
     dropped: list[str] = field(default_factory=list)
 
     def to_reading(self, seq: int) -> Reading:
-        scalars = {name: self.values[name] for name in SCALAR_FIELDS if name in self.values}
-        phases: dict[str, PhaseValues] = {}
+        fields: dict[str, object] = {
+            name: self.values[name] for name in SCALAR_FIELDS if name in self.values
+        }
         for name in PHASE_FIELDS:
             per_phase = {
                 p: self.values[f"{name}.{p}"] for p in PHASES if f"{name}.{p}" in self.values
             }
             if per_phase:
-                phases[name] = PhaseValues(**per_phase)
-        return Reading(
-            ts_ms=self.ts_ms,
-            seq=seq,
-            flags=tuple(self.flags),
-            dropped=tuple(self.dropped),
-            **scalars,
-            **phases,
+                fields[name] = PhaseValues(**per_phase)
+        return Reading.model_validate(
+            {
+                "ts_ms": self.ts_ms,
+                "seq": seq,
+                "flags": tuple(self.flags),
+                "dropped": tuple(self.dropped),
+                **fields,
+            }
         )

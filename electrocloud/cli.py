@@ -1,8 +1,9 @@
 """The ``electrocloud`` command: one subcommand per service.
 
 Each stage package exposes ``<package>.cli`` with ``configure(parser)`` and
-``run(args) -> int``; they are imported only when their subcommand runs, so
-``electrocloud edge`` on a gateway never imports the billing stack.
+``run(args) -> int``. Those modules import only argparse at module level and
+the rest inside ``run``, so ``electrocloud edge`` on a gateway never loads the
+billing stack.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from electrocloud.errors import ConfigError, ElectroCloudError
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulator.cli", "serve simulated electricity meters over Modbus TCP"),
     "edge": ("edge.cli", "poll meters over Modbus and publish readings over MQTT"),
+    "backend": ("backend.cli", "ingest readings from MQTT into the store"),
 }
 
 

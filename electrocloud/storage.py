@@ -1,8 +1,8 @@
 """The storage port: the one interface between ingestion and its readers.
 
 The backend writes through it; billing, the demo and the CLI read through it.
-Adapters: ``backend.sqlite_store`` (embedded default) and ``backend.influx_store``
-(InfluxDB 2). Everything here is synchronous and thread-safe per adapter
+Adapters: ``electrocloud.stores.sqlite.SqliteStore`` (embedded default) and
+``electrocloud.stores.influx.InfluxStore`` (InfluxDB 2). Everything here is synchronous and thread-safe per adapter
 instance; async callers run it in a worker thread.
 
 Semantics every adapter guarantees:

@@ -74,6 +74,9 @@ class MosquittoBroker:
             "\n".join(
                 [
                     f"listener {self.port} 127.0.0.1",
+                    # Started as root, mosquitto drops to user 'mosquitto', which cannot
+                    # write persistence or logs in a test's private tmp dir.
+                    "user root" if os.geteuid() == 0 else "",
                     "allow_anonymous true",
                     "persistence true",
                     f"persistence_location {self.workdir}/",

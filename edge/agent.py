@@ -17,6 +17,7 @@ import time
 from contextlib import AsyncExitStack
 
 from edge.config import EdgeSettings
+from edge.metrics import serve_metrics
 from edge.modbus import ModbusLink
 from edge.poller import MeterPoller
 from edge.profile import DeviceProfile, load_profile
@@ -49,6 +50,7 @@ class EdgeAgent:
         self.pollers: list[MeterPoller] = []
         self._buffer: list[MeterSample] = []
         self.samples_committed = 0
+        self.committed_by_meter: dict[str, int] = {}
         self.started_at = time.time()
 
     def _take(self, sample: MeterSample) -> None:
@@ -58,9 +60,15 @@ class EdgeAgent:
         """Append buffered samples to the queue in one transaction; wake the publisher."""
         if not self._buffer:
             return 0
+        # On QueueError (disk full...) append stores nothing and uses no seq numbers:
+        # the samples stay buffered and the next commit tries again.
+        self.queue.append(self._buffer)
         samples, self._buffer = self._buffer, []
-        self.queue.append(samples)
         self.samples_committed += len(samples)
+        for sample in samples:
+            self.committed_by_meter[sample.meter_id] = (
+                self.committed_by_meter.get(sample.meter_id, 0) + 1
+            )
         self.publisher.notify()
         return len(samples)
 
@@ -88,6 +96,8 @@ class EdgeAgent:
                 )
                 for meter in self.settings.meters
             ]
+            if self.settings.health.metrics_port is not None:
+                serve_metrics(self, self.settings.health.metrics_port, self.settings.health.host)
             tasks = [asyncio.create_task(p.run(), name=f"poll-{p.meter_id}") for p in self.pollers]
             tasks.append(asyncio.create_task(self._commit_loop(), name="commit"))
             publisher_task = asyncio.create_task(self.publisher.run(), name="publish")
@@ -117,11 +127,6 @@ class EdgeAgent:
                 publisher_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await publisher_task
+                waiting = self.queue.depth()
                 self.queue.close()
-                log.info("edge agent stopped; %d readings wait in the queue", self._depth_safe())
-
-    def _depth_safe(self) -> int:
-        try:
-            return self.queue.depth()
-        except Exception:  # queue already closed
-            return -1
+                log.info("edge agent stopped; %d readings wait in the queue", waiting)

@@ -122,7 +122,8 @@ class MeterSettings(Section):
 
 
 class HealthSettings(Section):
-    metrics_port: int | None = Field(default=None, ge=1, le=65535)  # Prometheus exposition
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)  # Prometheus /metrics
+    host: str = "0.0.0.0"  # interface the metrics endpoint listens on
 
 
 class EdgeSettings(ServiceSettings):

@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-APT_PACKAGES=(mosquitto mosquitto-clients victoria-metrics python3-venv socat)
+APT_PACKAGES=(mosquitto mosquitto-clients victoria-metrics python3-venv socat openssl)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

@@ -51,6 +51,8 @@ class EdgeAgent:
         self._buffer: list[MeterSample] = []
         self.samples_committed = 0
         self.committed_by_meter: dict[str, int] = {}
+        # Read by the metrics thread; SQLite objects must stay on the event loop's thread.
+        self.queue_oldest_ts_ms: int | None = None
         self.started_at = time.time()
 
     def _take(self, sample: MeterSample) -> None:
@@ -78,6 +80,7 @@ class EdgeAgent:
             # commit_interval_s == 0 still yields to the pollers between commits.
             await asyncio.sleep(interval or 0.01)
             self.commit()
+            self.queue_oldest_ts_ms = self.queue.oldest_ts_ms()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Run until ``stop`` is set (or the task is cancelled); then shut down cleanly."""

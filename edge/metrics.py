@@ -65,7 +65,7 @@ class EdgeCollector(Collector):
         depth = GaugeMetricFamily(f"{PREFIX}_queue_depth", "Readings waiting", labels=labels)
         depth.add_metric([gateway], agent.queue.depth())
         yield depth
-        oldest = agent.queue.oldest_ts_ms()
+        oldest = agent.queue_oldest_ts_ms
         if oldest is not None:
             age = GaugeMetricFamily(
                 f"{PREFIX}_queue_oldest_timestamp_seconds",

@@ -22,6 +22,7 @@ from electrocloud.errors import ConfigError, ElectroCloudError
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulator.cli", "serve simulated electricity meters over Modbus TCP"),
     "edge": ("edge.cli", "poll meters over Modbus and publish readings over MQTT"),
+    "demo": ("electrocloud.demo.cli", "run the whole pipeline on simulated meters, then reconcile"),
     "backend": ("backend.cli", "ingest readings from MQTT into the store"),
 }
 

@@ -2,8 +2,9 @@
 
 The backend writes through it; billing, the demo and the CLI read through it.
 Adapters: ``electrocloud.stores.sqlite.SqliteStore`` (embedded default) and
-``electrocloud.stores.influx.InfluxStore`` (InfluxDB 2). Everything here is synchronous and thread-safe per adapter
-instance; async callers run it in a worker thread.
+``electrocloud.stores.influx.InfluxStore`` (InfluxDB 2). Everything here is
+synchronous and thread-safe per adapter instance; async callers run it in a
+worker thread.
 
 Semantics every adapter guarantees:
 

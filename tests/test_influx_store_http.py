@@ -218,8 +218,7 @@ def test_unusable_site_is_a_construction_error(site: str) -> None:
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(400, "invalid"), (401, "unauthorized"), (404, "not found"), (413, "request too large"),
-     (422, "unprocessable entity")],
+    [(400, "invalid"), (413, "request too large"), (422, "unprocessable entity")],
 )  # fmt: skip
 def test_4xx_is_rejected_at_once(
     influx: ScriptedInflux, store: InfluxStore, status: int, code: str
@@ -229,6 +228,20 @@ def test_4xx_is_rejected_at_once(
     with pytest.raises(StoreRejected, match=f"HTTP {status} .*server says {code}"):
         store.write_batch(BATCH)
     assert len(influx.attempts("/api/v2/write")) == 1  # a rejection is never retried
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(401, "unauthorized"), (403, "forbidden"), (404, "not found")]
+)
+def test_auth_and_missing_bucket_are_unavailable_not_rejected(
+    influx: ScriptedInflux, store: InfluxStore, status: int, code: str
+) -> None:
+    # A wrong token must not dead-letter every batch: the backend keeps retrying.
+    influx.answers["/api/v2/write"] = [influx_error(status, code, f"server says {code}")]
+
+    with pytest.raises(StoreUnavailable, match=f"HTTP {status} .*check the token"):
+        store.write_batch(BATCH)
+    assert len(influx.attempts("/api/v2/write")) == 1
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])

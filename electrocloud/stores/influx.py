@@ -14,7 +14,12 @@ thread (a 4xx batch is dropped with only a log line), so ``write_batch`` could
 return before, or without, the data being stored. Here a return means the server
 answered 2xx; otherwise the caller gets:
 
-- HTTP 4xx except 429 -> :class:`StoreRejected` at once (the backend dead-letters);
+- HTTP 401, 403, 404 -> :class:`StoreUnavailable` at once: a wrong token or a
+  missing bucket is an operator's problem, not bad data, so the backend keeps
+  the data (unacknowledged at the broker) and retries until it is fixed instead
+  of dead-lettering every batch;
+- any other HTTP 4xx except 429 -> :class:`StoreRejected` at once (the backend
+  dead-letters);
 - HTTP 429/5xx, connection errors and timeouts -> retried ``retries`` times with
   exponential backoff (``Retry-After`` honoured, capped), then
   :class:`StoreUnavailable`. Retrying is safe because writes are idempotent.
@@ -55,6 +60,8 @@ from electrocloud.storage import (
 )
 
 logger = logging.getLogger(__name__)
+#: Unauthorized, forbidden, not found: configuration, not data. Never dead-letter on them.
+_CONFIGURATION_STATUSES = frozenset({401, 403, 404})
 
 _T = TypeVar("_T")
 _ID_RE = re.compile(ID_PATTERN)
@@ -222,6 +229,11 @@ class InfluxStore:
             except ApiException as exc:
                 status = int(exc.status or 0)
                 message = getattr(exc, "message", None) or exc.reason
+                if status in _CONFIGURATION_STATUSES:
+                    raise StoreUnavailable(
+                        f"{what}: HTTP {status} from {self.url}: {message} "
+                        "(check the token, org and bucket)"
+                    ) from exc
                 if 400 <= status < 500 and status != 429:
                     raise reject(f"{what}: HTTP {status} from {self.url}: {message}") from exc
                 problem = f"HTTP {status}: {message}"

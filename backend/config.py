@@ -18,6 +18,7 @@ from pydantic_settings import SettingsConfigDict
 
 from electrocloud.config import Section, ServiceSettings
 from electrocloud.contract import ID_PATTERN
+from electrocloud.secrets import check_not_placeholder
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -48,6 +49,9 @@ class MqttSettings(Section):
     client_id: str | None = None  # default: electrocloud-backend-<hostname>-<instance>
     instance: Id = "0"  # tells apart several backend processes on one host
     share_group: Id = "electrocloud-backend"  # processes in one group split the traffic
+    # "3.1.1" only for brokers without MQTT v5 (e.g. an embedded amqtt): no shared
+    # subscription, so exactly one backend process; no Receive Maximum either.
+    protocol: Literal["5", "3.1.1"] = "5"
     # How long the broker keeps the session (and messages for it) while this process
     # is away. At least a minute: the guarantees rest on the session outliving a restart.
     session_expiry_s: int = Field(default=7 * 86400, ge=60, le=MAX_SESSION_EXPIRY_S)
@@ -63,6 +67,13 @@ class MqttSettings(Section):
         parts = urlsplit(value)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _real_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_not_placeholder(value.get_secret_value(), "password")
         return value
 
     @property
@@ -96,6 +107,12 @@ class InfluxSettings(Section):
     bucket: str
     token: SecretStr
     timeout_s: PositiveSeconds = 10.0
+
+    @field_validator("token")
+    @classmethod
+    def _real_token(cls, value: SecretStr) -> SecretStr:
+        check_not_placeholder(value.get_secret_value(), "token")
+        return value
 
 
 class StoreSettings(Section):

@@ -55,7 +55,9 @@ class MqttConsumer:
     ) -> None:
         self.settings = settings
         self.client_id = settings.effective_client_id()
-        self.subscription = readings_subscription(settings.share_group)
+        self.v5 = settings.protocol == "5"
+        # Shared subscriptions are an MQTT v5 feature: under 3.1.1 one process takes all.
+        self.subscription = readings_subscription(settings.share_group if self.v5 else None)
         self._on_delivery = on_delivery
         self._metrics = metrics
         self._lock = threading.Lock()  # guards generation/connected against acks
@@ -70,7 +72,9 @@ class MqttConsumer:
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311,
+            # 3.1.1 spells the persistent session clean_session=False; v5 uses clean_start.
+            clean_session=None if self.v5 else False,
             manual_ack=True,
         )
         s = self.settings
@@ -111,13 +115,18 @@ class MqttConsumer:
             self.client_id,
             self.subscription,
         )
-        self._client.connect_async(
-            self.settings.host,
-            self.settings.port,
-            keepalive=self.settings.keepalive_s,
-            clean_start=False,  # resume the persistent session
-            properties=self._connect_properties(),
-        )
+        if self.v5:
+            self._client.connect_async(
+                self.settings.host,
+                self.settings.port,
+                keepalive=self.settings.keepalive_s,
+                clean_start=False,  # resume the persistent session
+                properties=self._connect_properties(),
+            )
+        else:
+            self._client.connect_async(
+                self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s
+            )
         self._client.loop_start()
 
     def stop(self) -> None:
@@ -178,7 +187,10 @@ class MqttConsumer:
             self._resyncing = False
         self._metrics.mqtt_connected.set(1)
         log.info("connected (session present: %s)", flags.session_present)
-        client.subscribe(self.subscription, options=SubscribeOptions(qos=READINGS_QOS))
+        if self.v5:
+            client.subscribe(self.subscription, options=SubscribeOptions(qos=READINGS_QOS))
+        else:
+            client.subscribe(self.subscription, qos=READINGS_QOS)
 
     def _on_subscribe(
         self,

@@ -68,6 +68,19 @@ def test_demo_two_days_five_meters_loses_nothing(tmp_path: Path) -> None:
     assert processes_mentioning(str(out)) == []
 
 
+def test_demo_on_the_embedded_amqtt_broker_loses_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    process = demo(out, "--days", "1", "--meters", "3", "--broker", "amqtt")
+    output, _ = process.communicate(timeout=240)
+    assert process.returncode == 0, output
+    assert "embedded amqtt broker" in output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["readings_lost"] == 0
+    assert summary["readings_stored"] == summary["readings_committed"] >= 3 * 90
+    assert (out / "logs" / "amqtt.log").exists()
+    assert processes_mentioning(str(out)) == []
+
+
 def test_ctrl_c_stops_everything_without_stray_processes(tmp_path: Path) -> None:
     require_binary("mosquitto", "mosquitto")
     out = tmp_path / "demo"

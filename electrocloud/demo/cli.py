@@ -31,6 +31,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="simulated minutes between two reads of a meter (default 15)",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--broker",
+        choices=["auto", "mosquitto", "amqtt"],
+        default="auto",
+        help="MQTT broker: mosquitto from PATH when present (auto), or the embedded amqtt",
+    )
     parser.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder")
 
 
@@ -52,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         read_every_s=args.read_every * 60,
         seed=args.seed,
         out=args.out,
+        broker=args.broker,
     )
     summary = Demo(plan).run()
     return 0 if summary["readings_lost"] == 0 else 1

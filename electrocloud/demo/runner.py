@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from rich.console import Console
@@ -41,6 +42,7 @@ class DemoPlan:
     read_every_s: float  # simulated seconds between two reads of a meter
     seed: int
     out: Path
+    broker: Literal["auto", "mosquitto", "amqtt"] = "auto"
 
     @property
     def wall_seconds(self) -> float:
@@ -98,6 +100,7 @@ class Demo:
         self.backend_http_port = free_port()
         self.db_path = self.out / "readings.sqlite"
         self.state = Progressed()
+        self.mqtt_protocol: Literal["5", "3.1.1"] = "5"
 
     # --- setup ---------------------------------------------------------------------
 
@@ -116,11 +119,21 @@ class Demo:
         return child
 
     def _start_broker(self) -> str:
-        binary = find_mosquitto()
-        if binary is None:
-            raise DemoError("mosquitto not found: install it (apt-get install mosquitto)")
+        """Mosquitto from PATH when present (or asked for), else the embedded amqtt broker."""
         port = free_port()
-        self._spawn(mosquitto_child(binary, self.out / "broker", port, self.logs))
+        binary = find_mosquitto() if self.plan.broker != "amqtt" else None
+        if binary is not None:
+            self._spawn(mosquitto_child(binary, self.out / "broker", port, self.logs))
+        elif self.plan.broker == "mosquitto":
+            raise DemoError("mosquitto not found: install it (apt-get install mosquitto)")
+        else:
+            self.console.print(
+                "[yellow]Mosquitto not found: using the embedded amqtt broker (MQTT 3.1.1, "
+                "sessions in memory). Install mosquitto for the real thing."
+            )
+            self.mqtt_protocol = "3.1.1"
+            argv = [sys.executable, "-m", "electrocloud.demo.embedded_broker", str(port)]
+            self._spawn(Child("amqtt", argv, self.logs))
         wait_for_port(port)
         return f"mqtt://127.0.0.1:{port}"
 
@@ -159,13 +172,19 @@ class Demo:
         config: dict[str, Any] = yaml.safe_load(generated.read_text())
         config["queue"] = {"path": str(self.out / "edge-queue.sqlite"), "commit_interval_s": 0.5}
         config["health"] = {"metrics_port": self.edge_metrics_port, "host": "127.0.0.1"}
+        # amqtt drops a v5 CONNECT without answering, so "auto" could not fall back.
+        config["mqtt"]["protocol"] = self.mqtt_protocol
         path = self.out / "edge.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
     def _write_backend_config(self, mqtt_url: str) -> Path:
         config = {
-            "mqtt": {"url": mqtt_url, "instance": "demo", "client_id": "electrocloud-demo-backend"},
+            "mqtt": {
+                "url": mqtt_url,
+                "client_id": "electrocloud-demo-backend",
+                "protocol": self.mqtt_protocol,
+            },
             "store": {"type": "sqlite", "sqlite": {"path": str(self.db_path)}},
             "batch": {"max_readings": 5000, "max_delay_ms": 200},
             "dead_letter": {"path": str(self.out / "dead-letters.sqlite")},

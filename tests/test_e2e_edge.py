@@ -66,9 +66,15 @@ def edge_config(
 
 def committed_counts(queue_path: Path) -> tuple[dict[str, int], int]:
     """(next seq per meter, rows still waiting) from the edge's queue file."""
-    with sqlite3.connect(queue_path) as conn:
-        next_seq = dict(conn.execute("SELECT meter_id, next_seq FROM meter_seq").fetchall())
-        waiting = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    if not queue_path.exists():
+        return {}, 0
+    # Read-only: never create the file or its tables before the agent does.
+    with sqlite3.connect(f"file:{queue_path}?mode=ro", uri=True) as conn:
+        try:
+            next_seq = dict(conn.execute("SELECT meter_id, next_seq FROM meter_seq").fetchall())
+            waiting = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        except sqlite3.OperationalError:  # the agent is still creating its schema
+            return {}, 0
     return next_seq, waiting
 
 

@@ -33,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
             requests = plan_reads(profile)
             print(f"profile {name}: {len(profile.registers)} registers in {len(requests)} requests")
             for request in requests:
-                print(f"  {request}")
+                fields = ", ".join(planned.register.field for planned in request.registers)
+                print(
+                    f"  {request.table} 0x{request.address:04x}+{request.count} "
+                    f"(function {request.function_code}): {fields}"
+                )
         print(f"config OK: {len(settings.meters)} meters, gateway {settings.gateway_id}")
         return 0
 

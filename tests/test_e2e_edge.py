@@ -235,3 +235,13 @@ def test_bad_profile_fails_at_start_naming_file_line_and_field(tmp_path: Path) -
     assert process.wait(30) == 2
     output = (tmp_path / "out.log").read_text()
     assert str(profile) in output and "overlap" in output, output
+
+
+def test_check_prints_the_read_plan_of_the_example_config(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "edge.example.yaml"
+    process = start_cli(["edge", "--config", str(example), "--check"], tmp_path / "out.log")
+    assert process.wait(30) == 0
+    output = (tmp_path / "out.log").read_text()
+    assert "profile sdm630: 11 registers in 1 requests" in output
+    assert "input 0x0000+76 (function 4): voltage_v.l1," in output
+    assert "config OK: 3 meters, gateway gw-01" in output

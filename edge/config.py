@@ -15,6 +15,7 @@ from pydantic_settings import SettingsConfigDict
 
 from electrocloud.config import Section, ServiceSettings
 from electrocloud.contract import ID_PATTERN
+from electrocloud.secrets import check_not_placeholder
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -52,6 +53,13 @@ class MqttSettings(Section):
         parts = urlsplit(value)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _real_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_not_placeholder(value.get_secret_value(), "password")
         return value
 
     @property

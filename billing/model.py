@@ -11,6 +11,7 @@ total is the sum of the rounded lines, so the printed lines always add up.
 
 from __future__ import annotations
 
+import warnings
 from datetime import date
 from decimal import Decimal
 from typing import Literal
@@ -73,15 +74,21 @@ class PeakDemand(_Model):
     tou_period: str | None = None
 
 
-class VeeEvent(_Model):
-    """Something validation/estimation changed or flagged."""
+# "register" is the metering word; pydantic warns only because ABCMeta has a method of
+# that name, which Field() below keeps from acting as a default.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
-    kind: Literal["gap_estimated", "register_reset", "rollover", "spike_rejected"]
-    start_ms: int
-    end_ms: int
-    register: Literal["import", "export"]
-    kwh: Decimal  # energy estimated (gap, spike) or carried across (reset, rollover)
-    detail: str
+    class VeeEvent(_Model):
+        """Something validation/estimation changed or flagged."""
+
+        kind: Literal["gap_estimated", "register_reset", "rollover", "spike_rejected"]
+        start_ms: int
+        end_ms: int
+        # Field() makes it required: ABCMeta.register would otherwise act as its default.
+        register: Literal["import", "export"] = Field()
+        kwh: Decimal  # energy estimated (gap, spike) or carried across (reset, rollover)
+        detail: str
 
 
 class Customer(_Model):

@@ -6,7 +6,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-APT_PACKAGES=(mosquitto mosquitto-clients victoria-metrics python3-venv socat openssl)
+APT_PACKAGES=(
+  mosquitto mosquitto-clients victoria-metrics python3-venv socat openssl
+  # WeasyPrint (PDF invoices) needs Pango, HarfBuzz subsetting and a font
+  libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
+)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do

@@ -14,6 +14,7 @@ from backend.metrics import BackendMetrics
 from backend.mqtt import MqttConsumer
 from backend.pipeline import Ingestor, PipelineSettings
 from backend.registry import MeterRegistry
+from backend.stats_writer import start_stats_writer
 from backend.store_factory import open_store
 from electrocloud.storage import ReadingStore, StoreUnavailable
 
@@ -82,6 +83,8 @@ class BackendService:
         self.consumer = MqttConsumer(s.mqtt, self.ingestor.submit, self.metrics)
         self.ingestor.start()
         self.consumer.start()
+        # InfluxDB only: the backend's own counters and gateway statuses for Grafana.
+        start_stats_writer(s, self.metrics, stop_requested)
         return True
 
     def _consumer(self) -> MqttConsumer:

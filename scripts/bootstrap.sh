@@ -10,6 +10,8 @@ APT_PACKAGES=(
   mosquitto mosquitto-clients victoria-metrics python3-venv socat openssl
   # WeasyPrint (PDF invoices) needs Pango, HarfBuzz subsetting and a font
   libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
+  # systemd-analyze checks the shipped edge unit
+  systemd
 )
 
 missing=()
@@ -17,6 +19,11 @@ for package in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
     || missing+=("$package")
 done
+# Node.js runs the official Flux compiler (WebAssembly) that checks every Flux query.
+# A Node.js that is already there (e.g. from NodeSource, with its own npm) is kept.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+fi
 if ((${#missing[@]})); then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -104,6 +104,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--edge-config", type=Path, metavar="FILE", help="write an edge agent YAML for the fleet"
     )
     parser.add_argument(
+        "--fleet-file",
+        type=Path,
+        metavar="FILE",
+        help="write the fleet (meter ids, units, load profiles, annual kWh, PV kWp) as JSON",
+    )
+    parser.add_argument(
         "--mqtt-url", default="mqtt://127.0.0.1:1883", help="mqtt.url for --edge-config"
     )
     parser.add_argument(
@@ -192,6 +198,8 @@ async def _serve(args: argparse.Namespace, spec: FleetSpec, clock: SimClock) -> 
                 _iso(clock.start_ms),
                 spec.seed,
             )
+            if args.fleet_file:  # before the edge config, which callers wait for
+                _write_fleet_file(args.fleet_file, meters)
             if args.edge_config:
                 _write_edge_config(args, spec, servers)
                 log.info("edge agent config written to %s", args.edge_config)
@@ -211,6 +219,18 @@ async def _serve(args: argparse.Namespace, spec: FleetSpec, clock: SimClock) -> 
 
 def _iso(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def _write_fleet_file(path: Path, meters: list[SimulatedMeter]) -> None:
+    import json
+
+    from simulator.errors import SimulatorError
+
+    fleet = [meter.spec.model_dump(mode="json") for meter in meters]
+    try:
+        path.write_text(json.dumps(fleet, indent=1) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise SimulatorError(f"cannot write fleet file {path}: {exc.strerror}") from None
 
 
 def _write_edge_config(

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "edge": ("edge.cli", "poll meters over Modbus and publish readings over MQTT"),
     "demo": ("electrocloud.demo.cli", "run the whole pipeline on simulated meters, then reconcile"),
     "backend": ("backend.cli", "ingest readings from MQTT into the store"),
+    "tariff": ("billing.tariff_cli", "validate, explain and import tariffs"),
+    "bill": ("billing.cli", "bill meters for a period: JSON, HTML and PDF invoices"),
 }
 
 

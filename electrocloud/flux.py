@@ -233,6 +233,72 @@ def interval_energy_query(
     )
 
 
+def boundary_reads_query(
+    bucket: str,
+    start: int | datetime | str,
+    stop: int | datetime | str,
+    every_ms: int = 900_000,
+    meter_ids: Collection[str] | None = None,
+    context_reads: int = 2,
+    context_ms: int = 400 * 86_400_000,
+) -> str:
+    """The register reads that fix ``import_kwh``/``export_kwh`` at every window boundary.
+
+    Per meter and register (the storage port's ``boundary_reads``): the first
+    and the last read of each window ``[start + k*every, start + (k+1)*every)``
+    of ``[start, stop)``, the last ``context_reads`` reads before ``start`` and
+    the first ``context_reads`` at or after ``stop`` (within ``context_ms``).
+    ``window() |> first()/last()`` keep each read's own ``_time``, which the
+    caller needs to interpolate the register at the boundary between them
+    (``aggregateWindow`` would relabel it with the window time). Series are
+    regrouped per meter and field, never ungrouped, so a meter whose gateway
+    or site tag changed still forms one register series and no meter mixes
+    with another. A read selected twice (first and last of a one-read window)
+    appears once.
+    """
+    if every_ms <= 0:
+        raise ValueError(f"interval must be positive, got {every_ms} ms")
+    if context_reads < 1:
+        raise ValueError(f"context_reads must be at least 1, got {context_reads}")
+    for name, value in (("start", start), ("stop", stop)):
+        if isinstance(value, str) and _DURATION_RE.match(value):
+            raise ValueError(f"boundary reads need an absolute {name}, not a duration")
+    start_ms = _absolute_ms(start, "start")
+    stop_ms = _absolute_ms(stop, "stop")
+    if stop_ms <= start_ms:
+        raise ValueError(f"stop ({stop_ms}) must be after start ({start_ms})")
+    every = duration_literal(every_ms)
+    offset = duration_literal(start_ms % every_ms)
+    return "\n".join(
+        [
+            "registers = (start, stop) =>",
+            f"    from(bucket: {_check_bucket(bucket)})",
+            "        |> range(start: start, stop: stop)",
+            "      " + _MEASUREMENT_FILTER,
+            '        |> filter(fn: (r) => r._field == "import_kwh" or r._field == "export_kwh")',
+            *("      " + line for line in meter_filter(meter_ids)),
+            '        |> group(columns: ["meter_id", "_field"])',
+            '        |> sort(columns: ["_time"])',
+            "",
+            f"inside = registers(start: {time_literal(start_ms)}, stop: {time_literal(stop_ms)})",
+            f"firsts = inside |> window(every: {every}, offset: {offset}) |> first()",
+            f"lasts = inside |> window(every: {every}, offset: {offset}) |> last()",
+            f"before = registers(start: {time_literal(max(start_ms - context_ms, 0))}, "
+            f"stop: {time_literal(start_ms)})",
+            f"    |> tail(n: {context_reads})",
+            f"after = registers(start: {time_literal(stop_ms)}, "
+            f"stop: {time_literal(stop_ms + context_ms)})",
+            f"    |> limit(n: {context_reads})",
+            "",
+            "union(tables: [before, firsts, lasts, after])",
+            '  |> group(columns: ["meter_id", "_field"])',
+            '  |> sort(columns: ["_time"])',
+            '  |> unique(column: "_time")',
+            _PIVOT,
+        ]
+    )
+
+
 def meter_ids_query(bucket: str, start: FluxTime = EPOCH_RFC3339, stop: FluxTime = "1d") -> str:
     """Every ``meter_id`` tag value of the measurement (whole history by default)."""
     return "\n".join(
@@ -267,4 +333,8 @@ def all_queries_with_examples() -> dict[str, str]:
             "electrocloud", start, stop, 3_600_000
         ),
         "meter_ids": meter_ids_query("electrocloud"),
+        "boundary_reads": boundary_reads_query(
+            "electrocloud", start, stop, 900_000, ["meter-1", "meter-2"]
+        ),
+        "boundary_reads_all_meters": boundary_reads_query("electrocloud", start, stop),
     }

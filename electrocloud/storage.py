@@ -19,6 +19,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+from numpy.typing import NDArray
+
 from electrocloud.contract import Reading
 from electrocloud.errors import ElectroCloudError
 
@@ -106,6 +109,66 @@ class IntervalEnergy:
     export_kwh: float
 
 
+#: Billing reads registers in whole micro-kWh (10⁻⁶ kWh = 1 mWh): exact integer arithmetic.
+UKWH_PER_KWH = 1_000_000
+
+#: Reads kept on each side of a ``boundary_reads`` range, per register (VEE needs neighbours).
+BOUNDARY_CONTEXT_READS = 2
+#: How far before and after a range the context reads are searched for.
+BOUNDARY_CONTEXT_MS = 400 * 86_400_000
+
+
+def kwh_to_ukwh(kwh: float) -> int:
+    """``kwh`` in whole micro-kWh, rounded half away from zero exactly like SQLite ``round()``."""
+    scaled = kwh * 1_000_000.0
+    return int(scaled + 0.5) if scaled >= 0 else -int(-scaled + 0.5)
+
+
+@dataclass(frozen=True, eq=False)
+class RegisterReads:
+    """Reads of one cumulative register of one meter: ascending unique times, values in µkWh."""
+
+    ts_ms: NDArray[np.int64]
+    ukwh: NDArray[np.int64]
+
+    @classmethod
+    def empty(cls) -> RegisterReads:
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ts_ms)
+
+
+@dataclass(frozen=True, eq=False)
+class BoundaryReads:
+    """The reads of one meter that fix its registers at every interval boundary of a range.
+
+    See :meth:`ReadingStore.boundary_reads` for which reads these are.
+    """
+
+    meter_id: str
+    import_register: RegisterReads
+    export_register: RegisterReads
+
+
+def first_and_last_per_window(
+    ts_ms: NDArray[np.int64], start_ms: int, interval_ms: int
+) -> NDArray[np.bool_]:
+    """Mask of the first and the last read of each window ``[start + k*i, start + (k+1)*i)``.
+
+    ``ts_ms`` must be ascending. The register at a window boundary lies between
+    the last read before it and the first read at or after it, so these reads
+    are all that interpolation needs; the reads between them only repeat it.
+    """
+    if len(ts_ms) == 0:
+        return np.zeros(0, dtype=np.bool_)
+    window = (ts_ms - start_ms) // interval_ms
+    change = window[1:] != window[:-1]
+    keep = np.ones(len(ts_ms), dtype=np.bool_)
+    keep[1:-1] = change[:-1] | change[1:]
+    return keep
+
+
 class ReadingStore(Protocol):
     """What ingestion writes to and billing reads from."""
 
@@ -128,6 +191,26 @@ class ReadingStore(Protocol):
         interval_ms: int = 900_000,
     ) -> list[IntervalEnergy]:
         """Import/export energy per meter per interval from the cumulative registers."""
+
+    def boundary_reads(
+        self,
+        meter_ids: Collection[str] | None,
+        start_ms: int,
+        end_ms: int,
+        interval_ms: int = 900_000,
+    ) -> list[BoundaryReads]:
+        """Per meter and register, the reads that fix the register at each boundary.
+
+        Boundaries are ``start_ms + k * interval_ms`` and ``end_ms``. Per register
+        (reads where it is not null), in ascending time: the last
+        :data:`BOUNDARY_CONTEXT_READS` reads before ``start_ms``, the first and
+        the last read of each window ``[start + k*i, start + (k+1)*i)`` inside
+        ``[start_ms, end_ms)``, and the first :data:`BOUNDARY_CONTEXT_READS`
+        reads at or after ``end_ms`` (context reads within
+        :data:`BOUNDARY_CONTEXT_MS` of the range). Values are whole µkWh
+        (:func:`kwh_to_ukwh`). Meters without any such read are left out;
+        ordered by meter id.
+        """
 
     def meter_ids(self) -> list[str]:
         """Every meter with at least one stored reading."""

@@ -31,6 +31,7 @@ def test_examples_cover_every_query_function() -> None:
         "latest_query",
         "interval_energy_query",
         "meter_ids_query",
+        "boundary_reads_query",
     }
     for renderer in renderers:
         base = renderer.removesuffix("_query")

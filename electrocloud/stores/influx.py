@@ -41,6 +41,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
+import numpy as np
 import urllib3
 from influxdb_client.client.flux_csv_parser import FluxCsvParserException, FluxQueryException
 from influxdb_client.client.influxdb_client import InfluxDBClient
@@ -51,12 +52,18 @@ from influxdb_client.rest import ApiException
 from electrocloud import flux
 from electrocloud.contract import ID_PATTERN
 from electrocloud.storage import (
+    BOUNDARY_CONTEXT_MS,
+    BOUNDARY_CONTEXT_READS,
     VALUE_FIELDS,
+    BoundaryReads,
     IntervalEnergy,
+    RegisterReads,
     StoredReading,
     StoreError,
     StoreRejected,
     StoreUnavailable,
+    first_and_last_per_window,
+    kwh_to_ukwh,
 )
 
 logger = logging.getLogger(__name__)
@@ -312,6 +319,35 @@ class InfluxStore:
         energies = self._query("interval energy", query, parse_interval_energy)
         return _fill_gaps(energies, start_ms, end_ms, interval_ms)
 
+    def boundary_reads(
+        self,
+        meter_ids: Collection[str] | None,
+        start_ms: int,
+        end_ms: int,
+        interval_ms: int = 900_000,
+    ) -> list[BoundaryReads]:
+        """See :meth:`electrocloud.storage.ReadingStore.boundary_reads` (one Flux query)."""
+        if interval_ms <= 0:
+            raise ValueError(f"interval_ms must be positive, got {interval_ms}")
+        if end_ms <= start_ms:
+            raise ValueError(f"end_ms ({end_ms}) must be after start_ms ({start_ms})")
+        if meter_ids is not None and not meter_ids:
+            return []
+        query = flux.boundary_reads_query(
+            self.bucket,
+            start_ms,
+            end_ms,
+            interval_ms,
+            meter_ids,
+            context_reads=BOUNDARY_CONTEXT_READS,
+            context_ms=BOUNDARY_CONTEXT_MS,
+        )
+
+        def parse(records: Iterable[Any]) -> list[BoundaryReads]:
+            return parse_boundary_reads(records, start_ms, end_ms, interval_ms)
+
+        return self._query("boundary reads", query, parse)
+
     def meter_ids(self) -> list[str]:
         query = flux.meter_ids_query(self.bucket)
         return self._query("meter ids", query, parse_tag_values)
@@ -392,6 +428,44 @@ def _fill_gaps(
     return result
 
 
+def parse_boundary_reads(
+    records: Iterable[Any], start_ms: int, end_ms: int, interval_ms: int
+) -> list[BoundaryReads]:
+    """Pivoted rows of ``boundary_reads_query`` as per-meter register reads.
+
+    The selection is applied again here (idempotent), so the result has exactly
+    the port's shape even if the server returned a little more.
+    """
+    by_meter: dict[str, dict[str, dict[int, int]]] = {}
+    for values in _values(records):
+        registers = by_meter.setdefault(str(values["meter_id"]), {})
+        ts_ms = _to_ms(values.get("_time"), "_time")
+        for register in ("import_kwh", "export_kwh"):
+            kwh = _optional_float(values, register)
+            if kwh is not None:
+                registers.setdefault(register, {})[ts_ms] = kwh_to_ukwh(kwh)
+    result = []
+    for meter_id in sorted(by_meter):
+        selected = []
+        for register in ("import_kwh", "export_kwh"):
+            reads = sorted(by_meter[meter_id].get(register, {}).items())
+            before = [read for read in reads if read[0] < start_ms][-BOUNDARY_CONTEXT_READS:]
+            after = [read for read in reads if read[0] >= end_ms][:BOUNDARY_CONTEXT_READS]
+            inside = [read for read in reads if start_ms <= read[0] < end_ms]
+            inside_ts = np.array([t for t, _ in inside], dtype=np.int64)
+            keep = first_and_last_per_window(inside_ts, start_ms, interval_ms)
+            inside = [read for read, kept in zip(inside, keep, strict=True) if kept]
+            chosen = before + inside + after
+            selected.append(
+                RegisterReads(
+                    ts_ms=np.array([t for t, _ in chosen], dtype=np.int64),
+                    ukwh=np.array([v for _, v in chosen], dtype=np.int64),
+                )
+            )
+        result.append(BoundaryReads(meter_id, selected[0], selected[1]))
+    return result
+
+
 def parse_tag_values(records: Iterable[Any]) -> list[str]:
     """The ``_value`` column of ``schema.tagValues()``, sorted."""
     return sorted({str(values["_value"]) for values in _values(records)})
@@ -399,6 +473,7 @@ def parse_tag_values(records: Iterable[Any]) -> list[str]:
 
 __all__ = [
     "InfluxStore",
+    "parse_boundary_reads",
     "parse_interval_energy",
     "parse_readings",
     "parse_tag_values",

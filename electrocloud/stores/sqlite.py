@@ -15,19 +15,28 @@ cut, not just a process crash.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from electrocloud.storage import (
+    BOUNDARY_CONTEXT_MS,
+    BOUNDARY_CONTEXT_READS,
     VALUE_FIELDS,
+    BoundaryReads,
     IntervalEnergy,
+    RegisterReads,
     StoredReading,
     StoreError,
     StoreRejected,
     StoreUnavailable,
+    first_and_last_per_window,
 )
 
 SCHEMA_VERSION = 1
@@ -115,6 +124,42 @@ SELECT meter_id, bucket,
 FROM per_bucket
 ORDER BY meter_id, bucket
 """
+
+
+# Registers as whole µkWh, rounded like electrocloud.storage.kwh_to_ukwh; -1 = no value
+# (registers are never negative).
+_UKWH = "ifnull(CAST(round({col} * 1000000.0) AS INTEGER), -1)"
+
+# One index-ordered scan packs each meter's reads of [start, end) into three
+# comma-separated lists (parsed by numpy). On SQLite 3.40, 1000 meters x 2976
+# reads: ~1.4 s, against ~6 s for GROUP BY window and ~7 s for LAG/LEAD window
+# functions, so the per-window first/last selection runs in numpy afterwards.
+_PACKED_SQL = f"""
+SELECT meter_id, group_concat(ts_ms), group_concat({_UKWH.format(col="import_kwh")}),
+    group_concat({_UKWH.format(col="export_kwh")})
+FROM readings
+WHERE meter_id IN (SELECT value FROM json_each(:ids))
+    AND ts_ms >= :start AND ts_ms < :end
+    AND (import_kwh IS NOT NULL OR export_kwh IS NOT NULL)
+GROUP BY meter_id
+"""
+
+# The context reads of one register outside the range: per meter, a primary-key seek.
+_CONTEXT_SQL = """
+SELECT s.value, r.ts_ms, {ukwh}
+FROM json_each(:ids) s JOIN readings r ON r.meter_id = s.value AND r.ts_ms IN (
+    SELECT x.ts_ms FROM readings x
+    WHERE x.meter_id = s.value AND x.ts_ms {op} :at AND x.ts_ms {op2} :limit
+        AND x.{col} IS NOT NULL
+    ORDER BY x.ts_ms {order} LIMIT :n
+)
+"""
+
+
+def _parse_ints(text: str | None) -> NDArray[np.int64]:
+    if not text:
+        return np.zeros(0, dtype=np.int64)
+    return np.fromstring(text, dtype=np.int64, sep=",")
 
 
 def _error_name(exc: sqlite3.Error) -> str:
@@ -327,6 +372,82 @@ class SqliteStore:
                         export_kwh=float(energy["export_kwh"].get(key, 0.0)),
                     )
                 )
+        return result
+
+    def boundary_reads(
+        self,
+        meter_ids: Collection[str] | None,
+        start_ms: int,
+        end_ms: int,
+        interval_ms: int = 900_000,
+    ) -> list[BoundaryReads]:
+        """See :meth:`electrocloud.storage.ReadingStore.boundary_reads`."""
+        if interval_ms <= 0:
+            raise ValueError(f"interval_ms must be positive, got {interval_ms}")
+        if end_ms <= start_ms:
+            raise ValueError(f"end_ms ({end_ms}) must be after start_ms ({start_ms})")
+        ids = self.meter_ids() if meter_ids is None else sorted(set(meter_ids))
+        if not ids:
+            return []
+        params: dict[str, Any] = {
+            "ids": json.dumps(ids),
+            "start": start_ms,
+            "end": end_ms,
+            "n": BOUNDARY_CONTEXT_READS,
+        }
+        context: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN")  # one snapshot for every query
+                packed = self._conn.execute(_PACKED_SQL, params).fetchall()
+                for register in _REGISTERS:
+                    for side, op, op2, order, at, limit in (
+                        ("before", "<", ">=", "DESC", start_ms, start_ms - BOUNDARY_CONTEXT_MS),
+                        ("after", ">=", "<", "ASC", end_ms, end_ms + BOUNDARY_CONTEXT_MS),
+                    ):
+                        sql = _CONTEXT_SQL.format(
+                            ukwh=_UKWH.format(col="r." + register),
+                            col=register,
+                            op=op,
+                            op2=op2,
+                            order=order,
+                        )
+                        query = self._conn.execute(sql, {**params, "at": at, "limit": limit})
+                        for meter_id, ts_ms, ukwh in query:
+                            context.setdefault((meter_id, register, side), []).append((ts_ms, ukwh))
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise _translate(exc, self.path) from exc
+
+        inside = {row[0]: row[1:] for row in packed}
+        result = []
+        for meter_id in ids:
+            registers = []
+            ts_text, *value_texts = inside.get(meter_id, (None, None, None))
+            ts = _parse_ints(ts_text)
+            by_time = np.argsort(ts, kind="stable")  # group_concat order is not guaranteed
+            ts = ts[by_time]
+            for register, text in zip(_REGISTERS, value_texts, strict=True):
+                values = _parse_ints(text)[by_time] if len(ts) else ts
+                present = values >= 0
+                reg_ts, reg_values = ts[present], values[present]
+                keep = first_and_last_per_window(reg_ts, start_ms, interval_ms)
+                before = sorted(context.get((meter_id, register, "before"), []))
+                after = sorted(context.get((meter_id, register, "after"), []))
+                registers.append(
+                    RegisterReads(
+                        ts_ms=np.concatenate(
+                            [[t for t, _ in before], reg_ts[keep], [t for t, _ in after]]
+                        ).astype(np.int64),
+                        ukwh=np.concatenate(
+                            [[v for _, v in before], reg_values[keep], [v for _, v in after]]
+                        ).astype(np.int64),
+                    )
+                )
+            if len(registers[0]) or len(registers[1]):
+                result.append(BoundaryReads(meter_id, registers[0], registers[1]))
         return result
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 from services import require_binary
@@ -51,13 +52,24 @@ def test_demo_two_days_five_meters_loses_nothing(tmp_path: Path) -> None:
     meters = summary["meters_detail"]
     assert len(meters) == 5
     for meter in meters:
-        # Two simulated days at one read per 15 minutes: 192 reads (a few may straddle the end).
-        assert 180 <= meter["stored"] <= 200, meter
+        # Two days plus 26 h of time-zone margin at one read per 15 simulated minutes: 296.
+        assert 285 <= meter["stored"] <= 300, meter
         assert meter["lost"] == 0
         # Stored registers are float32; the simulator's truth is exact float64.
         assert meter["true_import_kwh"] is not None
         assert abs(meter["import_error_kwh"]) <= 0.05 + 1e-5 * meter["true_import_kwh"], meter
     assert "0 readings lost" in output
+    # The demo ends by billing the two simulated days for every customer.
+    invoices = summary["invoices"]
+    assert sorted(i["meter_id"] for i in invoices) == sorted(m["meter_id"] for m in meters)
+    for invoice in invoices:
+        record = json.loads(Path(invoice["file"]).read_text())
+        assert record["period_end"] > record["period_start"]
+        assert Decimal(record["total"]) > 0
+        assert Decimal(record["energy"]["import_kwh"]) > 0
+        for suffix in (".html", ".pdf"):
+            assert Path(invoice["file"]).with_suffix(suffix).exists()
+    assert "Invoices for" in output
     assert (out / "readings.sqlite").exists()
     assert {p.name for p in (out / "logs").iterdir()} >= {
         "mosquitto.log",
@@ -76,7 +88,7 @@ def test_demo_on_the_embedded_amqtt_broker_loses_nothing(tmp_path: Path) -> None
     assert "embedded amqtt broker" in output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["readings_lost"] == 0
-    assert summary["readings_stored"] == summary["readings_committed"] >= 3 * 90
+    assert summary["readings_stored"] == summary["readings_committed"] >= 3 * 190
     assert (out / "logs" / "amqtt.log").exists()
     assert processes_mentioning(str(out)) == []
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -11,12 +10,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--meters", type=int, default=25, help="simulated meters (default 25)")
     parser.add_argument(
         "--days",
-        type=float,
+        type=int,
         default=None,
-        help="simulate the last DAYS days (default: the whole previous calendar month)",
-    )
-    parser.add_argument(
-        "--start", default=None, help="simulated start, ISO 8601 UTC (with --days; overrides)"
+        help="simulate and bill the last DAYS whole days (default: the previous calendar month)",
     )
     parser.add_argument(
         "--speed",
@@ -38,18 +34,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="MQTT broker: mosquitto from PATH when present (auto), or the embedded amqtt",
     )
     parser.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder")
+    parser.add_argument("--no-bill", action="store_true", help="skip billing at the end")
 
 
 def run(args: argparse.Namespace) -> int:
-    from datetime import timedelta
-
     from electrocloud.demo.runner import Demo, DemoPlan, default_window
 
-    start, end = default_window(args.days)
-    if args.start:
-        start = datetime.fromisoformat(args.start)
-        start = start if start.tzinfo else start.replace(tzinfo=UTC)
-        end = start + timedelta(days=args.days or 30)
+    start, end, period = default_window(args.days)
     plan = DemoPlan(
         meters=args.meters,
         start=start,
@@ -59,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         out=args.out,
         broker=args.broker,
+        bill_period=None if args.no_bill else period,
     )
     summary = Demo(plan).run()
     return 0 if summary["readings_lost"] == 0 else 1

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from electrocloud.demo.billing_step import run_billing, write_accounts
 from electrocloud.demo.metrics import Samples, by_label, scrape, total
 from electrocloud.demo.processes import (
     Child,
@@ -43,6 +46,7 @@ class DemoPlan:
     seed: int
     out: Path
     broker: Literal["auto", "mosquitto", "amqtt"] = "auto"
+    bill_period: str | None = None  # "2026-11" or "2026-12-01..2026-12-03"; None: no billing
 
     @property
     def wall_seconds(self) -> float:
@@ -53,19 +57,30 @@ class DemoPlan:
         return self.read_every_s / self.speed
 
 
-def default_window(days: float | None, now: datetime | None = None) -> tuple[datetime, datetime]:
-    """The previous calendar month (with margin for time zones), or the last ``days`` days.
+#: Simulated before and after the billed days, so that local days in any time zone
+#: from UTC-12 to UTC+14 have reads on both sides of their boundaries.
+MARGIN_BEFORE = timedelta(hours=14)
+MARGIN_AFTER = timedelta(hours=12)
 
-    Both end before ``now``: device timestamps from the future are refused by the backend.
+
+def default_window(days: int | None, now: datetime | None = None) -> tuple[datetime, datetime, str]:
+    """``(start, end, billing period)``: the previous calendar month, or the last ``days``
+    whole days, with margins for time zones.
+
+    The end stays before ``now``: device timestamps from the future are refused.
     """
     now = now or datetime.now(UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     if days is not None:
-        return midnight - timedelta(days=days), midnight
-    this_month = midnight.replace(day=1)
-    previous_month = (this_month - timedelta(days=1)).replace(day=1)
-    # 2 h early so the month in any European or UTC-ish zone is fully covered.
-    return previous_month - timedelta(hours=2), this_month
+        first = midnight - timedelta(days=days)
+        period = f"{first:%Y-%m-%d}..{midnight:%Y-%m-%d}"
+        start, end = first, midnight
+    else:
+        end = midnight.replace(day=1)
+        start = (end - timedelta(days=1)).replace(day=1)
+        period = f"{start:%Y-%m}"
+    latest = now - timedelta(minutes=1)
+    return start - MARGIN_BEFORE, min(end + MARGIN_AFTER, latest), period
 
 
 @dataclass
@@ -107,6 +122,7 @@ class Demo:
     def _prepare_out(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         stale = ("readings.sqlite", "edge-queue.sqlite", "ground-truth.csv", "dead-letters.sqlite")
+        shutil.rmtree(self.out / "invoices", ignore_errors=True)
         for name in stale:
             path = self.out / name
             for suffix in ("", "-wal", "-shm", ".lock"):
@@ -154,6 +170,7 @@ class Demo:
                     f"--gateway-id={GATEWAY_ID}",
                     f"--ground-truth={self.out / 'ground-truth.csv'}",
                     f"--edge-config={edge_yaml}",
+                    f"--fleet-file={self.out / 'fleet.json'}",
                     f"--mqtt-url={mqtt_url}",
                     f"--poll-interval={plan.poll_interval_s}",
                 ),
@@ -292,7 +309,36 @@ class Demo:
             self._drain_and_stop()
         finally:
             self.stop_all()
-        return self._finish(time.monotonic() - started)
+        summary = self._finish(time.monotonic() - started)
+        if self.plan.bill_period:
+            summary["invoices"] = self._bill(self.plan.bill_period)
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def _bill(self, period: str) -> list[dict[str, str]]:
+        self.console.print(f"billing {period} for every customer with the example tariffs")
+        accounts = write_accounts(self.out / "fleet.json", self.out / "accounts.yaml")
+        rows = run_billing(
+            self.db_path, accounts, period, self.out / "invoices", self.logs / "billing.log"
+        )
+        table = Table(title=f"Invoices for {period} (JSON, HTML, PDF in {self.out / 'invoices'})")
+        for column in ("meter", "customer", "tariff", "import kWh", "of it est.", "export kWh"):
+            table.add_column(
+                column, justify="right" if "kWh" in column or "est" in column else "left"
+            )
+        table.add_column("amount", justify="right")
+        for row in rows:
+            table.add_row(
+                row.meter_id,
+                row.customer,
+                row.tariff_id,
+                f"{Decimal(row.import_kwh):,.3f}",
+                f"{Decimal(row.estimated_kwh):,.3f}",
+                f"{Decimal(row.export_kwh):,.3f}",
+                f"{Decimal(row.total):,.2f} {row.currency}",
+            )
+        self.console.print(table)
+        return [asdict(row) for row in rows]
 
     def _child(self, name: str) -> Child:
         return next(c for c in self.children if c.name == name)

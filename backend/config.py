@@ -11,13 +11,13 @@ import re
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from electrocloud.config import Section, ServiceSettings
 from electrocloud.contract import ID_PATTERN
+from electrocloud.mqtt_settings import BrokerSettings
 from electrocloud.secrets import check_not_placeholder
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -27,23 +27,7 @@ PositiveSeconds = Annotated[float, Field(gt=0)]
 MAX_SESSION_EXPIRY_S = 2**32 - 1
 
 
-class TlsSettings(Section):
-    ca_file: Path | None = None  # CA bundle that signed the broker's certificate
-    cert_file: Path | None = None  # client certificate (mutual TLS), with key_file
-    key_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _cert_and_key_together(self) -> TlsSettings:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file must be given together")
-        return self
-
-
-class MqttSettings(Section):
-    url: str = "mqtt://localhost:1883"  # mqtt://host:port, or mqtts:// for TLS
-    username: str | None = None
-    password: SecretStr | None = None
-    tls: TlsSettings | None = None
+class MqttSettings(BrokerSettings):
     # The broker keys the persistent session by client id: it must stay the same
     # across restarts of one process and differ between processes.
     client_id: str | None = None  # default: electrocloud-backend-<hostname>-<instance>
@@ -60,34 +44,6 @@ class MqttSettings(Section):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     reconnect_min_s: PositiveSeconds = 1.0
     reconnect_max_s: PositiveSeconds = 30.0
-
-    @field_validator("url")
-    @classmethod
-    def _url_scheme(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
-        return value
-
-    @field_validator("password")
-    @classmethod
-    def _real_password(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            check_not_placeholder(value.get_secret_value(), "password")
-        return value
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or "localhost"
-
-    @property
-    def port(self) -> int:
-        parts = urlsplit(self.url)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-
-    @property
-    def use_tls(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts" or self.tls is not None
 
     def effective_client_id(self) -> str:
         if self.client_id:

@@ -89,6 +89,8 @@ class MqttConsumer:
                 keyfile=str(tls.key_file) if tls and tls.key_file else None,
                 cert_reqs=ssl.CERT_REQUIRED,
             )
+            if tls is not None and tls.insecure:
+                client.tls_insecure_set(True)  # no hostname check: test setups only
         client.reconnect_delay_set(
             min_delay=max(1, round(s.reconnect_min_s)), max_delay=max(1, round(s.reconnect_max_s))
         )

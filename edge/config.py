@@ -8,72 +8,26 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
-from pydantic import Discriminator, Field, SecretStr, Tag, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from electrocloud.config import Section, ServiceSettings
 from electrocloud.contract import ID_PATTERN
-from electrocloud.secrets import check_not_placeholder
+from electrocloud.mqtt_settings import BrokerSettings
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
-class TlsSettings(Section):
-    ca_file: Path | None = None  # CA bundle that signed the broker's certificate
-    cert_file: Path | None = None  # client certificate (mutual TLS), with key_file
-    key_file: Path | None = None
-    insecure: bool = False  # skip hostname verification: test setups only
-
-    @model_validator(mode="after")
-    def _cert_and_key_together(self) -> TlsSettings:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file must be given together")
-        return self
-
-
-class MqttSettings(Section):
-    url: str = "mqtt://localhost:1883"  # mqtt://host:port, or mqtts:// for TLS
-    username: str | None = None
-    password: SecretStr | None = None
+class MqttSettings(BrokerSettings):
     client_id: str | None = None  # default: electrocloud-edge-<gateway_id>
     protocol: Literal["auto", "5", "3.1.1"] = "auto"  # auto: MQTT v5, else fall back to 3.1.1
     keepalive_s: int = Field(default=30, ge=5, le=3600)
-    tls: TlsSettings | None = None
     max_batch_readings: int = Field(default=60, ge=1, le=1000)  # readings per message
     max_inflight: int = Field(default=20, ge=1, le=1000)  # QoS 1 messages awaiting PUBACK
     reconnect_min_s: PositiveSeconds = 1.0
     reconnect_max_s: PositiveSeconds = 60.0
-
-    @field_validator("url")
-    @classmethod
-    def _url_scheme(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
-        return value
-
-    @field_validator("password")
-    @classmethod
-    def _real_password(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            check_not_placeholder(value.get_secret_value(), "password")
-        return value
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.url).hostname or "localhost"
-
-    @property
-    def port(self) -> int:
-        parts = urlsplit(self.url)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-
-    @property
-    def use_tls(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts" or self.tls is not None
 
 
 class QueueSettings(Section):

@@ -26,7 +26,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.config import MqttSettings, TlsSettings
+from edge.config import MqttSettings
 from edge.queue import QueuedBatch, ReadingQueue
 from electrocloud.contract import (
     MAX_PAYLOAD_BYTES,
@@ -40,6 +40,7 @@ from electrocloud.contract import (
     readings_topic,
     status_topic,
 )
+from electrocloud.mqtt_settings import TlsSettings
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ process also writes, every ``interval_s`` and once more when it stops:
   cumulative since the process started (a restart starts them at 0 again);
 - ``backend_rejections,instance=<client id>,reason=<reason> messages=<n>``: the
   dead-lettered messages by reason, cumulative likewise;
-- ``gateway_status,gateway_id=<id> online=1i|0i,state="online"|"offline"``
+- ``gateway_status,gateway_id=<id> online=1i|0i,state="online"|"offline"[,queue_depth=Ni]``
   stamped with the status's own ``ts_ms``: every retained status message the
   broker holds on ``electrocloud/v1/+/status``, and each change. All replicas
   write the same point for one status (same series and time), so it is stored once.
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 STATS = "backend_stats"
 REJECTIONS = "backend_rejections"
 STATUS = "gateway_status"
+#: Fields of a ``gateway_status`` point (the last three only when the status has them).
+STATUS_FIELDS = ("online", "state", "agent_version", "queue_depth", "oldest_queued_ts_ms")
 STATUS_SUBSCRIPTION = f"{TOPIC_ROOT}/+/status"
 
 #: backend_stats field -> Prometheus sample it is read from.
@@ -103,6 +105,10 @@ def status_line(payload: bytes) -> str | None:
     ]
     if status.agent_version is not None:
         fields.append(f"agent_version={_string_field(status.agent_version)}")
+    if status.queue_depth is not None:
+        fields.append(f"queue_depth={status.queue_depth}i")
+    if status.oldest_queued_ts_ms is not None:
+        fields.append(f"oldest_queued_ts_ms={status.oldest_queued_ts_ms}i")
     return f"{STATUS},gateway_id={_tag(status.gateway_id)} {','.join(fields)} {status.ts_ms}"
 
 

@@ -28,6 +28,7 @@ class MqttSettings(BrokerSettings):
     max_inflight: int = Field(default=20, ge=1, le=1000)  # QoS 1 messages awaiting PUBACK
     reconnect_min_s: PositiveSeconds = 1.0
     reconnect_max_s: PositiveSeconds = 60.0
+    status_interval_s: float = Field(default=60.0, ge=1)  # retained status + backlog refresh
 
 
 class QueueSettings(Section):

@@ -245,6 +245,8 @@ class Publisher:
                 state=state,
                 ts_ms=int(time.time() * 1000),
                 agent_version=self.agent_version,
+                queue_depth=self.queue.depth(),
+                oldest_queued_ts_ms=self.queue.oldest_ts_ms(),
             )
         )
 
@@ -303,6 +305,7 @@ class Publisher:
                 watchers = [
                     group.create_task(_watch_disconnect(client)),
                     group.create_task(_watch_refusals(client)),
+                    group.create_task(self._heartbeat(client)),
                 ]
                 # No timeout: the disconnect watcher ends this wait if the connection dies.
                 await self._publish_status(client, "online", float("inf"))
@@ -327,6 +330,12 @@ class Publisher:
             await self._say_offline(client)
             raise
         await self._say_offline(client)
+
+    async def _heartbeat(self, client: aiomqtt.Client) -> None:
+        """Refresh the retained online status (with the backlog) every status interval."""
+        while True:
+            await asyncio.sleep(self.settings.status_interval_s)
+            await self._publish_status(client, "online", self.settings.status_interval_s)
 
     async def _publish_status(
         self, client: aiomqtt.Client, state: Literal["online", "offline"], timeout_s: float

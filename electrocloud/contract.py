@@ -189,6 +189,10 @@ class GatewayStatus(_Frozen):
     state: Literal["online", "offline"]
     ts_ms: int = Field(ge=0)
     agent_version: str | None = None
+    # Store-and-forward backlog when the status was sent (republished periodically
+    # while online), so operators see a gateway falling behind before data ages.
+    queue_depth: int | None = Field(default=None, ge=0)
+    oldest_queued_ts_ms: int | None = Field(default=None, ge=0)  # meter time, UTC ms
 
 
 # --- topics -----------------------------------------------------------------

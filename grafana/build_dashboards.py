@@ -864,6 +864,14 @@ def ingestion_health() -> dict[str, Any]:
         '  |> group(columns: ["_field"])',
         '  |> keep(columns: ["_time", "_value", "_field"])',
     )
+    edge_queue = flux(
+        FROM,
+        RANGE,
+        '  |> filter(fn: (r) => r._measurement == "gateway_status" and r._field == "queue_depth")',
+        "  |> aggregateWindow(every: v.windowPeriod, fn: max, createEmpty: false)",
+        '  |> group(columns: ["_field", "gateway_id"])',
+        '  |> sort(columns: ["_time"])',
+    )
     gateway_age = flux(
         'import "date"',
         "",
@@ -952,6 +960,22 @@ def ingestion_health() -> dict[str, Any]:
                         names={"failures": "Failures"},
                     ),
                     12,
+                    8,
+                ),
+            ],
+            [
+                (
+                    timeseries(
+                        "Edge backlog: readings queued per gateway",
+                        [edge_queue],
+                        "none",
+                        description="Readings waiting in each gateway's store-and-forward "
+                        "queue, from the status the edge republishes every "
+                        "mqtt.status_interval_s while connected. A gateway that cannot reach "
+                        "the broker reports its backlog when it is back.",
+                        display_name="${__field.labels.gateway_id}",
+                    ),
+                    24,
                     8,
                 ),
             ],

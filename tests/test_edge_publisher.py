@@ -175,6 +175,33 @@ def test_retained_online_then_offline_on_clean_close(
     queue.close()
 
 
+def test_status_reports_the_backlog_and_is_refreshed(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    queue = open_queue(tmp_path)
+    counts = {"m1": 0, "m2": 0}
+    append_rounds(queue, counts, rounds=3, per_round=10)  # 60 readings wait before connecting
+    publisher = make_publisher(queue, mosquitto.url, status_interval_s=1)
+
+    async def scenario(recorder: Recorder) -> None:
+        async with running(publisher):
+            await eventually(lambda: queue.depth() == 0, "queue drained")
+            await eventually(
+                lambda: any(s.queue_depth == 0 for s in recorder.statuses()), "a refreshed status"
+            )
+
+    with Recorder(mosquitto.port, persistent=False) as recorder:
+        asyncio.run(scenario(recorder))
+        statuses = recorder.statuses()
+    online = [s for s in statuses if s.state == "online"]
+    # Published on connect, before draining: the whole backlog, and its oldest meter time.
+    assert online[0].queue_depth == 60
+    assert online[0].oldest_queued_ts_ms == make_sample("m1", 0).ts_ms
+    refreshed = [s for s in online[1:] if s.queue_depth == 0]
+    assert refreshed and refreshed[0].oldest_queued_ts_ms is None
+    queue.close()
+
+
 def test_cancelling_run_also_leaves_offline_status(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:

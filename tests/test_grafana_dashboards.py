@@ -217,12 +217,19 @@ def test_dashboards_cover_the_required_views() -> None:
 
 
 def test_stats_the_dashboards_read_are_written_by_the_backend() -> None:
-    from backend.stats_writer import COUNTER_FIELDS, GAUGE_FIELDS, REJECTIONS, STATS, STATUS
+    from backend.stats_writer import (
+        COUNTER_FIELDS,
+        GAUGE_FIELDS,
+        REJECTIONS,
+        STATS,
+        STATUS,
+        STATUS_FIELDS,
+    )
 
     written = {
         STATS: set(COUNTER_FIELDS) | set(GAUGE_FIELDS),
         REJECTIONS: {"messages"},
-        STATUS: {"online"},
+        STATUS: set(STATUS_FIELDS),
     }
     read: dict[str, set[str]] = {}
     for query in all_dashboard_queries(bound=False).values():

@@ -88,6 +88,14 @@ def test_line_protocol_of_stats_and_status() -> None:
         'gateway_status,gateway_id=gw-1 online=0i,state="offline",agent_version="0.1.0" '
         "1700000000000"
     )
+    with_backlog = (
+        b'{"schema_version": 1, "gateway_id": "gw-2", "state": "online", "ts_ms": 5, '
+        b'"queue_depth": 42, "oldest_queued_ts_ms": 3}'
+    )
+    assert status_line(with_backlog) == (
+        'gateway_status,gateway_id=gw-2 online=1i,state="online",'
+        "queue_depth=42i,oldest_queued_ts_ms=3i 5"
+    )
     assert status_line(b'{"schema_version": 1, "gateway_id": "gw 1"}') is None
 
 

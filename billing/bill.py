@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -60,7 +60,12 @@ class BillingOutcome:
 
 def parse_period(text: str) -> tuple[date, date]:
     """``"2026-11"`` -> (2026-11-01, 2026-12-01): a calendar month, end exclusive;
-    ``"2026-11-03..2026-11-10"`` -> a range of local days, end exclusive."""
+    ``"2026-11-03..2026-11-10"`` -> a range of local days, end exclusive;
+    ``"previous"`` -> the previous calendar month (for scheduled runs)."""
+    if text.strip() == "previous":
+        this_month = datetime.now(UTC).date().replace(day=1)
+        last = this_month - timedelta(days=1)
+        return last.replace(day=1), this_month
     ranged = _RANGE_RE.match(text.strip())
     if ranged:
         try:

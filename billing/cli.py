@@ -13,7 +13,9 @@ revision; changed inputs issue a new revision (``-r2`` ...) next to the old file
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--period",
         required=True,
         metavar="YYYY-MM",
-        help="calendar month in each tariff's zone, or local days FROM..TO (TO exclusive)",
+        help="calendar month in each tariff's zone, local days FROM..TO (TO exclusive), "
+        "or 'previous' (last month, for scheduled runs)",
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
@@ -48,8 +51,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store",
         default=DEFAULT_STORE,
-        metavar="sqlite:PATH",
-        help=f"reading store (default: {DEFAULT_STORE})",
+        metavar="STORE",
+        help=f"reading store: sqlite:PATH or influxdb:URL (default: {DEFAULT_STORE}); "
+        "InfluxDB takes org, bucket and a read token from ELECTROCLOUD_BILLING_STORE__"
+        "INFLUXDB__ORG / __BUCKET / __TOKEN",
     )
     parser.add_argument(
         "--accounts",
@@ -78,19 +83,41 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_store(spec: str) -> ReadingStore:
-    """The store named by ``sqlite:PATH`` (the file must exist: billing never creates one)."""
+INFLUX_ENV = "ELECTROCLOUD_BILLING_STORE__INFLUXDB__"
+
+
+def open_store(spec: str, environ: Mapping[str, str] = os.environ) -> ReadingStore:
+    """The store named by ``sqlite:PATH`` (the file must exist: billing never creates one)
+    or ``influxdb:URL`` (org, bucket and token from the environment, see INFLUX_ENV)."""
     from billing.bill import BillingError
 
     kind, sep, location = spec.partition(":")
+    if kind == "influxdb" and location:
+        return _open_influx(spec, location, environ)
     if kind != "sqlite" or not sep or not location:
-        raise BillingError(f"--store {spec!r}: expected sqlite:PATH")
+        raise BillingError(f"--store {spec!r}: expected sqlite:PATH or influxdb:URL")
     path = Path(location)
     if not path.is_file():
         raise BillingError(f"--store {spec!r}: no SQLite store at {path}")
     from electrocloud.stores.sqlite import SqliteStore
 
     return SqliteStore(path)
+
+
+def _open_influx(spec: str, url: str, environ: Mapping[str, str]) -> ReadingStore:
+    from electrocloud.secrets import refuse_placeholder
+    from electrocloud.stores.influx import InfluxStore
+
+    values = {}
+    for name in ("ORG", "BUCKET", "TOKEN"):
+        value = environ.get(INFLUX_ENV + name, "").strip()
+        if not value:
+            from billing.bill import BillingError
+
+            raise BillingError(f"--store {spec!r}: set {INFLUX_ENV}{name} in the environment")
+        values[name] = value
+    refuse_placeholder(INFLUX_ENV + "TOKEN", values["TOKEN"])
+    return InfluxStore(url=url, org=values["ORG"], bucket=values["BUCKET"], token=values["TOKEN"])
 
 
 def _formats(text: str) -> list[str]:

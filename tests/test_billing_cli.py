@@ -309,3 +309,37 @@ def test_bill_period_api_reports_each_invoice(fleet: Fleet, tmp_path: Path) -> N
         assert (outcome.revision, outcome.reused) == (1, False)
         assert [line.rule_id for line in outcome.lines] == [x["rule_id"] for x in record["lines"]]
         assert outcome.explain  # the engine's trace travels with the outcome
+
+
+def test_influxdb_store_needs_org_bucket_and_a_real_token() -> None:
+    from billing.bill import BillingError
+    from billing.cli import INFLUX_ENV, open_store
+    from electrocloud.errors import ConfigError
+    from electrocloud.stores.influx import InfluxStore
+
+    env = {INFLUX_ENV + "ORG": "electrocloud", INFLUX_ENV + "BUCKET": "readings"}
+    with pytest.raises(BillingError, match=f"set {INFLUX_ENV}TOKEN"):
+        open_store("influxdb:http://127.0.0.1:8086", env)
+    with pytest.raises(ConfigError, match="placeholder"):
+        open_store("influxdb:http://127.0.0.1:8086", {**env, INFLUX_ENV + "TOKEN": "CHANGE_ME"})
+    store = open_store("influxdb:http://127.0.0.1:8086", {**env, INFLUX_ENV + "TOKEN": "t0k3n"})
+    assert isinstance(store, InfluxStore)
+    assert (store.url, store.org, store.bucket) == (
+        "http://127.0.0.1:8086",
+        "electrocloud",
+        "readings",
+    )
+    store.close()
+    with pytest.raises(BillingError, match="expected sqlite:PATH or influxdb:URL"):
+        open_store("postgres:x", {})
+
+
+def test_previous_period_is_last_calendar_month() -> None:
+    from datetime import UTC, datetime
+
+    from billing.bill import parse_period
+
+    start, end = parse_period("previous")
+    today = datetime.now(UTC).date()
+    assert end == today.replace(day=1) and start.day == 1 and start < end
+    assert (end - start).days in (28, 29, 30, 31)

@@ -5,7 +5,7 @@
 set -u
 HEARTBEAT=${BILLING_HEARTBEAT:-/var/lib/electrocloud/billing.heartbeat}
 HOUR=${BILLING_HOUR_UTC:-02}
-: "${BILLING_ARGS:?set BILLING_ARGS, e.g. billing --config /etc/electrocloud/billing.yaml}"
+: "${BILLING_ARGS:?set BILLING_ARGS, e.g. bill --period previous --all --store influxdb:URL ...}"
 
 last_day=""
 run_due=1

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from billing.model import Customer
 from billing.tariff import Tariff, load_tariff, load_tariffs
-from electrocloud.config import read_yaml_with_lines, validation_problems
+from electrocloud.config import read_config_text, read_yaml_with_lines, validation_problems
 from electrocloud.contract import ID_PATTERN
 from electrocloud.errors import ConfigError, ConfigProblem
 
@@ -104,12 +104,7 @@ class Accounts(dict[str, Account]):
 def load_accounts(path: str | Path) -> Accounts:
     """Load an accounts file: meter id -> :class:`Account` (ConfigError with file:line)."""
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            source, [ConfigProblem(source, "(file)", f"cannot read: {exc.strerror}")]
-        ) from None
+    text = read_config_text(path)
     data, lines = read_yaml_with_lines(text, source)
     if not isinstance(data, dict):
         raise ConfigError(

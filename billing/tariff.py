@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from electrocloud.config import read_yaml_with_lines, validation_problems
+from electrocloud.config import read_config_text, read_yaml_with_lines, validation_problems
 from electrocloud.errors import ConfigError, ConfigProblem
 
 Price = Annotated[Decimal, Field(allow_inf_nan=False)]
@@ -608,12 +608,7 @@ def parse_tariff(text: str, source: str, base_dir: Path) -> Tariff:
 def load_tariff(path: str | Path) -> Tariff:
     """Load and validate a tariff YAML file (ConfigError naming file:line on problems)."""
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            source, [ConfigProblem(source, "(file)", f"cannot read: {exc.strerror}")]
-        ) from None
+    text = read_config_text(path)
     return parse_tariff(text, source, Path(path).parent)
 
 

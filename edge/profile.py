@@ -30,7 +30,7 @@ from pydantic import (
 
 from edge.decode import Codec, RegisterType, WordOrder, codec
 from edge.sample import CONTRACT_FIELDS
-from electrocloud.config import read_yaml_with_lines, validation_problems
+from electrocloud.config import read_config_text, read_yaml_with_lines, validation_problems
 from electrocloud.errors import ConfigError, ConfigProblem
 
 Table = Literal["input", "holding"]
@@ -246,12 +246,7 @@ def _load(path: Path, stack: tuple[Path, ...]) -> DeviceProfile:
     if cached is not None:
         return cached
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            source, [ConfigProblem(source, "(file)", f"cannot read: {exc.strerror}")]
-        ) from None
+    text = read_config_text(path)
     data, lines = read_yaml_with_lines(text, source)
     if not isinstance(data, dict):
         raise ConfigError(

@@ -53,6 +53,17 @@ class ServiceSettings(BaseSettings):
         return env_settings, init_settings
 
 
+def read_config_text(path: str | Path) -> str:
+    """The text of a config file; ConfigError naming the file when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        source = str(path)
+        raise ConfigError(
+            source, [ConfigProblem(source, "(file)", f"cannot read: {exc.strerror}")]
+        ) from None
+
+
 def read_yaml_with_lines(text: str, source: str) -> tuple[Any, LineMap]:
     """Parse YAML and return ``(data, lines)`` where ``lines[loc]`` is a key's 1-based line."""
     loader = yaml.SafeLoader(text)
@@ -189,13 +200,7 @@ def load_settings(cls: type[S], path: str | Path | None) -> S:
     data: Any = {}
     lines: LineMap = {}
     if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                source, [ConfigProblem(source, "(file)", f"cannot read: {exc.strerror}")]
-            ) from None
-        data, lines = read_yaml_with_lines(text, source)
+        data, lines = read_yaml_with_lines(read_config_text(path), source)
         if data is None:
             data = {}
         if not isinstance(data, dict):

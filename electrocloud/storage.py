@@ -169,6 +169,14 @@ def first_and_last_per_window(
     return keep
 
 
+def check_window(start_ms: int, end_ms: int, interval_ms: int) -> None:
+    """ValueError unless ``[start_ms, end_ms)`` is a non-empty range of positive intervals."""
+    if interval_ms <= 0:
+        raise ValueError(f"interval_ms must be positive, got {interval_ms}")
+    if end_ms <= start_ms:
+        raise ValueError(f"end_ms ({end_ms}) must be after start_ms ({start_ms})")
+
+
 class ReadingStore(Protocol):
     """What ingestion writes to and billing reads from."""
 

@@ -62,6 +62,7 @@ from electrocloud.storage import (
     StoreError,
     StoreRejected,
     StoreUnavailable,
+    check_window,
     first_and_last_per_window,
     kwh_to_ukwh,
 )
@@ -327,10 +328,7 @@ class InfluxStore:
         interval_ms: int = 900_000,
     ) -> list[BoundaryReads]:
         """See :meth:`electrocloud.storage.ReadingStore.boundary_reads` (one Flux query)."""
-        if interval_ms <= 0:
-            raise ValueError(f"interval_ms must be positive, got {interval_ms}")
-        if end_ms <= start_ms:
-            raise ValueError(f"end_ms ({end_ms}) must be after start_ms ({start_ms})")
+        check_window(start_ms, end_ms, interval_ms)
         if meter_ids is not None and not meter_ids:
             return []
         query = flux.boundary_reads_query(

@@ -36,6 +36,7 @@ from electrocloud.storage import (
     StoreError,
     StoreRejected,
     StoreUnavailable,
+    check_window,
     first_and_last_per_window,
 )
 
@@ -382,10 +383,7 @@ class SqliteStore:
         interval_ms: int = 900_000,
     ) -> list[BoundaryReads]:
         """See :meth:`electrocloud.storage.ReadingStore.boundary_reads`."""
-        if interval_ms <= 0:
-            raise ValueError(f"interval_ms must be positive, got {interval_ms}")
-        if end_ms <= start_ms:
-            raise ValueError(f"end_ms ({end_ms}) must be after start_ms ({start_ms})")
+        check_window(start_ms, end_ms, interval_ms)
         ids = self.meter_ids() if meter_ids is None else sorted(set(meter_ids))
         if not ids:
             return []

@@ -40,7 +40,10 @@ def _stage(module: str) -> _StageCli:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="electrocloud", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="electrocloud",
+        description="ElectroCloud: electricity metering and billing, one subcommand per service.",
+    )
     parser.add_argument("--version", action="version", version=f"electrocloud {__version__}")
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]

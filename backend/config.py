@@ -40,7 +40,7 @@ class MqttSettings(BrokerSettings):
     # is away. At least a minute: the guarantees rest on the session outliving a restart.
     session_expiry_s: int = Field(default=7 * 86400, ge=60, le=MAX_SESSION_EXPIRY_S)
     # Unacknowledged QoS 1 messages the broker may have in flight to this process.
-    receive_maximum: int = Field(default=100, ge=1, le=65535)
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     reconnect_min_s: PositiveSeconds = 1.0
     reconnect_max_s: PositiveSeconds = 30.0
@@ -90,7 +90,7 @@ class BatchSettings(Section):
     """Micro-batches: a write happens at max_readings or max_delay_ms, whichever comes first."""
 
     max_readings: int = Field(default=5000, ge=1)
-    max_delay_ms: int = Field(default=500, ge=1)
+    max_delay_ms: int = Field(default=200, ge=1)
     # Readings held in memory (received, not yet written). Past it messages are left
     # unacknowledged at the broker, which redelivers them later.
     backlog_max_readings: int = Field(default=100_000, ge=1)

@@ -2,15 +2,17 @@
 
 Threads: :meth:`Ingestor.submit` runs in paho's network thread. It validates the
 message (cheap, CPU only) and hands it to the writer thread through a queue;
-it never blocks on the store. The writer thread collects a batch (``max_readings``
-or ``max_delay``, whichever comes first), writes the readings in one store call
-and the dead letters in one dead-letter call, and only then acknowledges every
-message of the batch, in the order they arrived.
+it never blocks on the store. The writer thread collects a batch (``max_readings``,
+``max_messages`` or ``max_delay``, whichever comes first), writes the readings in
+one store call and the dead letters in one dead-letter call, and only then
+acknowledges every message of the batch, in the order they arrived.
 
-While the store is unavailable the writer retries the same batch with
-exponential backoff and acknowledges nothing; the in-memory backlog grows up to
-``backlog_max_readings`` and messages beyond it are left unacknowledged (the
-broker keeps them; a reconnect once the backlog has drained makes it resend them).
+The in-memory backlog holds at most ``backlog_max_readings``. A message that does
+not fit waits up to ``backlog_wait_s`` for the writer to make room (paho then
+reads nothing more: back-pressure to the broker). While the store is unavailable
+the writer retries the same batch with exponential backoff and acknowledges
+nothing; messages that still find no room are left unacknowledged (the broker
+keeps them; a reconnect once the backlog has drained makes it resend them).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from backend.dead_letters import DeadLetter, DeadLetterStore
@@ -40,8 +42,14 @@ STORE_REJECTED = "store_rejected"
 @dataclass(frozen=True, slots=True)
 class PipelineSettings:
     max_batch_readings: int = 5000
+    # Also write once a batch holds this many messages. The service sets the MQTT
+    # Receive Maximum: a broker that keeps to it sends nothing more until those are
+    # acknowledged, so waiting for max_delay_s would only stall the stream.
+    max_batch_messages: int | None = None
     max_delay_s: float = 0.5
     backlog_max_readings: int = 100_000
+    # How long a message that does not fit waits for room before it is deferred.
+    backlog_wait_s: float = 1.0
     max_future_ms: int = 300_000
     dead_letter_max_bytes: int = 64 * 1024
     retry_min_s: float = 0.5
@@ -96,6 +104,7 @@ class Ingestor:
         self._resync = resync
         self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
         self._lock = threading.Lock()  # guards the fields below
+        self._room = threading.Condition(self._lock)  # notified when the backlog shrinks
         self._backlog = 0  # readings (and dead letters) received, not yet handled
         self._deferred = False  # some message was left unacknowledged: resync later
         self._accepting = True
@@ -108,6 +117,12 @@ class Ingestor:
     def submit(self, delivery: Delivery) -> bool:
         """Validate and queue a message; False if it was left unacknowledged instead."""
         self._metrics.messages_received.inc()
+        with self._lock:
+            if not self._accepting:
+                return False  # shutting down: the broker resends it to this session
+            if self._deferred:  # no need to parse what is left at the broker anyway
+                self._metrics.messages_deferred.inc()
+                return False
         item: _Item
         try:
             readings = validate_message(
@@ -118,15 +133,37 @@ class Ingestor:
                 registry=self._registry,
             )
             # The raw payload is not needed once parsed: keep the backlog small.
-            item = _Accepted(replace(delivery, payload=b""), readings)
+            # (Built directly: dataclasses.replace costs several µs per message.)
+            item = _Accepted(
+                Delivery(
+                    delivery.topic,
+                    b"",
+                    delivery.mid,
+                    delivery.qos,
+                    delivery.received_ms,
+                    delivery.generation,
+                ),
+                readings,
+            )
         except ContractError as exc:
             detail = f"{exc.field}: {exc.detail}" if exc.field else exc.detail
             item = _Rejected(delivery, self._letter(delivery, exc.reason, detail))
         with self._lock:
+            if not self._deferred and not self._fits(item.size):
+                # Back-pressure first: while this thread waits, paho reads nothing more
+                # and the broker holds the rest. Mosquitto 2.0 sends beyond the Receive
+                # Maximum (docs/backend.md), so a backend catching up fills its backlog.
+                self._room.wait_for(
+                    lambda: not self._accepting or self._fits(item.size),
+                    timeout=self._settings.backlog_wait_s,
+                )
             if not self._accepting:
-                return False  # shutting down: the broker resends it to this session
-            # An empty backlog always takes a message, however large, or it never could.
-            if self._backlog and self._backlog + item.size > self._settings.backlog_max_readings:
+                return False
+            # Still no room (the store is slow or down): leave it at the broker. Every
+            # later message is deferred too until the resync, so the backlog drains
+            # completely and the reconnect brings back only messages never taken here
+            # (anything still held would be delivered and written a second time).
+            if self._deferred or not self._fits(item.size):
                 self._deferred = True
                 self._metrics.messages_deferred.inc()
                 return False
@@ -137,6 +174,10 @@ class Ingestor:
         if isinstance(item, _Accepted):
             self._metrics.readings_received.inc(item.size)
         return True
+
+    def _fits(self, size: int) -> bool:
+        # An empty backlog always takes a message, however large, or it never could.
+        return not self._backlog or self._backlog + size <= self._settings.backlog_max_readings
 
     def _letter(self, delivery: Delivery, reason: str, detail: str) -> DeadLetter:
         return DeadLetter.of(
@@ -162,6 +203,7 @@ class Ingestor:
         with self._lock:
             self._accepting = False
             self._queue.put(_STOP)
+            self._room.notify_all()
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             self._abort.set()
@@ -185,6 +227,7 @@ class Ingestor:
         batch: list[_Item] = []
         size = 0
         deadline = 0.0
+        max_messages = self._settings.max_batch_messages or float("inf")
         while True:
             item: _Item | object | None
             try:
@@ -203,7 +246,9 @@ class Ingestor:
                 batch.append(item)
                 size += item.size
             if batch and (
-                size >= self._settings.max_batch_readings or time.monotonic() >= deadline
+                size >= self._settings.max_batch_readings
+                or len(batch) >= max_messages
+                or time.monotonic() >= deadline
             ):
                 if not self._flush(batch):
                     return  # aborted by shutdown
@@ -238,6 +283,7 @@ class Ingestor:
         with self._lock:
             self._backlog -= sum(item.size for item in batch)
             self._metrics.backlog_readings.set(self._backlog)
+            self._room.notify_all()
         return True
 
     def _write(self, readings: list[StoredReading]) -> tuple[_Outcome, str]:
@@ -291,14 +337,10 @@ class Ingestor:
             return True
 
     def _maybe_resync(self) -> None:
-        # Half empty, not empty: under steady traffic the backlog may never drain.
-        # Messages still in it then arrive again and are written again (idempotent).
+        # While deferring nothing new is taken, so the backlog drains to empty; resyncing
+        # only then means no message held here is resent and written a second time.
         with self._lock:
-            due = (
-                self._deferred
-                and self._accepting
-                and self._backlog <= self._settings.backlog_max_readings // 2
-            )
+            due = self._deferred and self._accepting and self._backlog == 0
             if due:
                 self._deferred = False
         if due:

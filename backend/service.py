@@ -63,6 +63,7 @@ class BackendService:
         self.dead_letters = dead_letters
         pipeline = PipelineSettings(
             max_batch_readings=s.batch.max_readings,
+            max_batch_messages=s.mqtt.receive_maximum,
             max_delay_s=s.batch.max_delay_ms / 1000,
             backlog_max_readings=s.batch.backlog_max_readings,
             max_future_ms=int(s.max_future_s * 1000),

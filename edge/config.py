@@ -38,7 +38,9 @@ class QueueSettings(Section):
     max_rows: int = Field(default=2_000_000, ge=1000)  # ~1 GB worst case
     max_age_s: float = Field(default=90 * 86400, gt=0)
     when_full: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
-    commit_interval_s: float = Field(default=1.0, ge=0, le=60)  # group commit: SD-card friendly
+    # Group commit: two SD-card writes a second, not one per reading; also the floor of
+    # the end-to-end delay (docs/benchmarks.md, freshness).
+    commit_interval_s: float = Field(default=0.5, ge=0, le=60)
 
 
 class TcpConnection(Section):

@@ -112,11 +112,14 @@ class MeterPoller:
         """Read every planned request, decode and check; raises MeterReadError on failure."""
         values: dict[str, int | float] = {}
         response_ts_ms: int | None = None
-        for request in self.requests:
-            words = await self.link.execute(self.meter.unit_id, request)
-            if response_ts_ms is None:
-                # The first response: with a device clock, the one that latched the snapshot.
-                response_ts_ms = int(self.clock() * 1000)
+        responses: list[list[int]] = []
+        async with self.link.held():  # the requests of one read go out back to back
+            for request in self.requests:
+                responses.append(await self.link.execute(self.meter.unit_id, request))
+                if response_ts_ms is None:
+                    # The first response: with a device clock, the one that latched the snapshot.
+                    response_ts_ms = int(self.clock() * 1000)
+        for request, words in zip(self.requests, responses, strict=True):
             values.update(request.decode(words))
         device_time = values.pop(DEVICE_TIME_FIELD, None)
         if self.meter.time_source == "device":

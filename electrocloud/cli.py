@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backend": ("backend.cli", "ingest readings from MQTT into the store"),
     "tariff": ("billing.tariff_cli", "validate, explain and import tariffs"),
     "bill": ("billing.cli", "bill meters for a period: JSON, HTML and PDF invoices"),
+    "bench": ("benchmarks.cli", "run the benchmarks and write docs/benchmarks.md"),
 }
 
 

@@ -18,16 +18,14 @@ WRITTEN = "electrocloud_backend_readings_written_total"
 __all__ = ["fleet", "meter_server"]  # fixtures shared with test_e2e_edge
 
 
-def test_two_backends_store_every_reading_once_equal_to_ground_truth(
+def run_pipeline(
     tmp_path: Path,
     mosquitto: MosquittoBroker,
     fleet: list[SimulatedMeter],
     meter_server: MeterServer,
-) -> None:
-    backends = [
-        BackendProcess(tmp_path, backend_config(tmp_path, mosquitto.port, name=name), name)
-        for name in ("a", "b")
-    ]
+    backends: list[BackendProcess],
+) -> tuple[list[float], dict[str, int]]:
+    """Run the edge against both backends; (readings written per backend, edge's next seqs)."""
     for backend in backends:
         backend.start().wait_ready()
     config = edge_config(tmp_path, mosquitto, fleet, meter_server.port)
@@ -48,9 +46,26 @@ def test_two_backends_store_every_reading_once_equal_to_ground_truth(
     wait_until(
         lambda: sum(b.metric(WRITTEN) for b in backends) >= total, 30, "backends to write all"
     )
-    written = [b.metric(WRITTEN) for b in backends]
-    for backend in backends:
-        assert backend.terminate() == 0, backend.log()
+    return [b.metric(WRITTEN) for b in backends], next_seq
+
+
+def test_two_backends_store_every_reading_once_equal_to_ground_truth(
+    tmp_path: Path,
+    mosquitto: MosquittoBroker,
+    fleet: list[SimulatedMeter],
+    meter_server: MeterServer,
+) -> None:
+    backends = [
+        BackendProcess(tmp_path, backend_config(tmp_path, mosquitto.port, name=name), name)
+        for name in ("a", "b")
+    ]
+    try:
+        written, next_seq = run_pipeline(tmp_path, mosquitto, fleet, meter_server, backends)
+        for backend in backends:
+            assert backend.terminate() == 0, backend.log()
+    finally:
+        for backend in backends:
+            backend.stop_quietly()  # never leave a process behind, even on failure
 
     assert all(count > 0 for count in written), written  # both backends took part
     store = SqliteStore(tmp_path / "readings.sqlite")
@@ -58,7 +73,9 @@ def test_two_backends_store_every_reading_once_equal_to_ground_truth(
         rows = store.readings(None, 0, 2**62)
     finally:
         store.close()
-    assert len(rows) == total == sum(written)  # every reading once: no loss, no duplicate
+    assert (
+        len(rows) == sum(next_seq.values()) == sum(written)
+    )  # every reading once: no loss, no duplicate
     meters = {meter.meter_id: meter for meter in fleet}
     by_meter: dict[str, list[int]] = {}
     for row in rows:

@@ -12,17 +12,18 @@ import os
 import platform
 import selectors
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Self
+
+from electrocloud.demo.processes import free_port as free_port
+from electrocloud.demo.processes import wait_for_port as wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -147,21 +148,7 @@ def memory_bytes(pid: int) -> tuple[int, int]:
 # --- ports and processes ------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s} s")
+# free_port and wait_for_port are re-exported from the demo: one implementation.
 
 
 class BenchmarkError(Exception):

@@ -30,6 +30,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from backend.config import MqttSettings
 from backend.metrics import BackendMetrics
 from electrocloud.contract import READINGS_QOS, readings_subscription
+from electrocloud.mqtt_settings import BrokerSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,23 @@ class Delivery:
     qos: int
     received_ms: int  # backend clock, UTC ms
     generation: int  # connection it arrived on (see module docstring)
+
+
+def apply_credentials(client: mqtt.Client, settings: BrokerSettings) -> None:
+    """Username/password and TLS of ``settings`` on a paho client (before connecting)."""
+    if settings.username is not None:
+        password = settings.password.get_secret_value() if settings.password else None
+        client.username_pw_set(settings.username, password)
+    if settings.use_tls:
+        tls = settings.tls
+        client.tls_set(
+            ca_certs=str(tls.ca_file) if tls and tls.ca_file else None,
+            certfile=str(tls.cert_file) if tls and tls.cert_file else None,
+            keyfile=str(tls.key_file) if tls and tls.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+        if tls is not None and tls.insecure:
+            client.tls_insecure_set(True)  # no hostname check: test setups only
 
 
 class MqttConsumer:
@@ -78,19 +96,7 @@ class MqttConsumer:
             manual_ack=True,
         )
         s = self.settings
-        if s.username is not None:
-            password = s.password.get_secret_value() if s.password else None
-            client.username_pw_set(s.username, password)
-        if s.use_tls:
-            tls = s.tls
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls and tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls and tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls and tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            if tls is not None and tls.insecure:
-                client.tls_insecure_set(True)  # no hostname check: test setups only
+        apply_credentials(client, s)
         client.reconnect_delay_set(
             min_delay=max(1, round(s.reconnect_min_s)), max_delay=max(1, round(s.reconnect_max_s))
         )

@@ -21,7 +21,6 @@ next interval, and never touches ingestion.
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from prometheus_client import CollectorRegistry
 
 from backend.config import BackendSettings, MqttSettings
 from backend.metrics import BackendMetrics
+from backend.mqtt import apply_credentials
 from electrocloud.contract import STATUS_QOS, TOPIC_ROOT, decode_status
 from electrocloud.errors import ContractError
 
@@ -176,17 +176,7 @@ def _status_client(settings: MqttSettings, client_id: str, writer: StatsWriter) 
         client_id=client_id,
         protocol=mqtt.MQTTv311 if v311 else mqtt.MQTTv5,
     )
-    if settings.username is not None:
-        password = settings.password.get_secret_value() if settings.password else None
-        client.username_pw_set(settings.username, password)
-    if settings.use_tls:
-        tls = settings.tls
-        client.tls_set(
-            ca_certs=str(tls.ca_file) if tls and tls.ca_file else None,
-            certfile=str(tls.cert_file) if tls and tls.cert_file else None,
-            keyfile=str(tls.key_file) if tls and tls.key_file else None,
-            cert_reqs=ssl.CERT_REQUIRED,
-        )
+    apply_credentials(client, settings)
 
     def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if not reason.is_failure:
